@@ -267,7 +267,7 @@ def save_pretrained(
     try:
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(cfg.to_hf_dict(), f, indent=2, sort_keys=True)
-        tensors = {k: torch.from_numpy(v) for k, v in flax_to_hf(cfg, params).items()}
+        tensors = {k: torch.from_numpy(np.array(v)) for k, v in flax_to_hf(cfg, params).items()}
         save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         if tokenizer_dir is not None:
             from transformers import AutoTokenizer

@@ -154,10 +154,12 @@ class SelfAttention(nn.Module):
 
         q, k, v = project("query"), project("key"), project("value")
         mask = key_mask[:, None, None, :].astype(bool)  # [B, 1, 1, L]: padded keys are off
-        if cfg.attention_dropout > 0 and not deterministic:
-            # The fused kernels have no dropout on the probabilities; the recipe
-            # trains with it, so training takes the explicit path.
-            out = self._attention_with_dropout(q, k, v, mask)
+        dropout = cfg.attention_dropout > 0 and not deterministic
+        # The fused kernels have no dropout on the probabilities, and XLA:CPU has no
+        # float16 dot with float32 accumulation: those cases take the explicit path.
+        cpu_half = q.dtype == jnp.float16 and jax.default_backend() == "cpu"
+        if dropout or cpu_half:
+            out = self._explicit_attention(q, k, v, mask, dropout)
         else:
             out = jax.nn.dot_product_attention(
                 q, k, v, mask=mask, implementation=self.implementation
@@ -168,12 +170,13 @@ class SelfAttention(nn.Module):
         )
         return out_proj(out)
 
-    def _attention_with_dropout(self, q, k, v, mask):
+    def _explicit_attention(self, q, k, v, mask, dropout: bool):
         scale = self.cfg.head_dim**-0.5
-        logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
-        logits = jnp.where(mask, logits * scale, jnp.finfo(jnp.float32).min)  # [B, N, L, L]
-        probs = jax.nn.softmax(logits, axis=-1)
-        probs = nn.Dropout(self.cfg.attention_dropout)(probs, deterministic=False)
+        logits = jnp.einsum("btnh,bsnh->bnts", q, k).astype(jnp.float32)  # [B, N, L, L]
+        logits = jnp.where(mask, logits * scale, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1)  # in float32
+        if dropout:
+            probs = nn.Dropout(self.cfg.attention_dropout)(probs, deterministic=False)
         return jnp.einsum("bnts,bsnh->btnh", probs.astype(v.dtype), v)  # [B, L, N, H]
 
 

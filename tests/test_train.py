@@ -1,0 +1,237 @@
+"""The sharded training step, accumulation, resume and the trainer end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from train_fixtures import REPO, leaves, tiny_config
+from transformers import AutoModelForMaskedLM
+
+from distil_jax import sharding
+from distil_jax.data import loader as data_loader
+from distil_jax.train import Run, train
+
+
+def _batches(run, n, batch_size=None):
+    loader = data_loader.make_train_loader(
+        run.config.data,
+        run.prepared_dir,
+        global_batch_size=batch_size or run.config.batch.micro_batch_size,
+        process_index=0,
+        process_count=1,
+        seed=0,
+    )
+    return [next(loader) for _ in range(n)]
+
+
+def _run_steps(run, batches):
+    state = run.initial_state()
+    step = run.train_step_fn()
+    teacher_before = leaves(run.teacher_params) if run.teacher is not None else None
+    metrics = []
+    for b in batches:
+        state, m = step(
+            state,
+            run.teacher_params,
+            sharding.host_to_global(b, run.mesh),
+            run.token_probs,
+            run.rng,
+        )
+        metrics.append(jax.device_get(m))
+    return state, metrics, teacher_before
+
+
+@pytest.mark.parametrize(
+    "mesh",
+    [
+        dict(data=8, fsdp=1, tensor=1),
+        dict(data=2, fsdp=4, tensor=1),
+        dict(data=2, fsdp=2, tensor=2),
+    ],
+)
+def test_sharded_step_equals_single_device(tmp_path, mesh):
+    base = tiny_config(
+        tmp_path, **{"student.hidden_dropout": 0.0, "student.attention_dropout": 0.0}
+    )
+    single = Run(base, str(tmp_path / "w1"), devices=jax.devices()[:1])
+    batches = _batches(single, 4)
+    want, want_metrics, _ = _run_steps(single, batches)
+
+    cfg = tiny_config(
+        tmp_path,
+        **{f"mesh.{k}": v for k, v in mesh.items()},
+        **{"student.hidden_dropout": 0.0, "student.attention_dropout": 0.0},
+    )
+    multi = Run(cfg, str(tmp_path / "w8"))
+    assert multi.mesh.devices.size == 8
+    got, got_metrics, teacher_before = _run_steps(multi, batches)
+    for a, b in zip(leaves(want.params), leaves(got.params), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(want_metrics[-1]["loss"], got_metrics[-1]["loss"], rtol=1e-5)
+    # The teacher is an input: bit-identical after the steps.
+    for a, b in zip(teacher_before, leaves(multi.teacher_params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Params really are split over the mesh when fsdp/tensor > 1.
+    kernel = got.params["layer_0"]["ffn"]["intermediate"]["kernel"]
+    expected_shards = mesh["fsdp"] * mesh["tensor"]
+    assert len({str(s.index) for s in kernel.addressable_shards}) == expected_shards
+
+
+def test_accumulated_micro_steps_equal_one_large_step(tmp_path):
+    # word_keep=1 leaves chosen tokens as they are and alpha_mlm=0, so CE and cosine over all
+    # tokens do not depend on which tokens masking picks; full rows give equal counts per
+    # micro-batch, so k micro-batches of b average to exactly one batch of k*b.
+    common = {
+        "student.hidden_dropout": 0.0,
+        "student.attention_dropout": 0.0,
+        "masking.word_mask": 0.0,
+        "masking.word_keep": 1.0,
+        "masking.word_rand": 0.0,
+        "loss.alpha_mlm": 0.0,
+        "optim.warmup_fraction": 0.0,
+    }
+    small = Run(
+        tiny_config(
+            tmp_path, **common, **{"batch.accumulation_steps": 2, "batch.micro_batch_size": 8}
+        ),
+        str(tmp_path / "a"),
+    )
+    big = Run(
+        tiny_config(
+            tmp_path, **common, **{"batch.accumulation_steps": 1, "batch.micro_batch_size": 16}
+        ),
+        str(tmp_path / "b"),
+    )
+    rng = np.random.default_rng(0)
+    full = rng.integers(5, small.student_cfg.vocab_size, size=(32, 16)).astype(np.int32)
+    full[:, 0], full[:, -1] = 2, 3  # [CLS] ... [SEP], no padding
+    as_batch = lambda ids: {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    s_small, _, _ = _run_steps(small, [as_batch(full[i : i + 8]) for i in range(0, 32, 8)])
+    s_big, _, _ = _run_steps(big, [as_batch(full[i : i + 16]) for i in range(0, 32, 16)])
+    for a, b in zip(leaves(s_small.params), leaves(s_big.params), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    # The schedule advanced once per optimiser step in both: 2 updates each.
+    assert int(s_small.opt_state.gradient_step) == int(s_big.opt_state.gradient_step) == 2
+
+
+def test_chunked_full_ce_equals_unchunked(tmp_path):
+    cfgs = [
+        tiny_config(
+            tmp_path,
+            **{
+                "loss.logits_chunk_len": c,
+                "student.hidden_dropout": 0.0,
+                "student.attention_dropout": 0.0,
+            },
+        )
+        for c in (4, 64)
+    ]
+    runs = [Run(c, str(tmp_path / f"c{i}")) for i, c in enumerate(cfgs)]
+    batches = _batches(runs[0], 2)
+    (sa, ma, _), (sb, mb, _) = (_run_steps(r, batches) for r in runs)
+    for key in ("loss", "loss_ce", "loss_mlm", "loss_cos"):
+        np.testing.assert_allclose(ma[-1][key], mb[-1][key], rtol=1e-5)
+    for a, b in zip(leaves(sa.params), leaves(sb.params), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_restrict_ce_to_mask_uses_masked_positions(tmp_path):
+    run = Run(tiny_config(tmp_path, **{"loss.restrict_ce_to_mask": True}), str(tmp_path / "w"))
+    _, metrics, _ = _run_steps(run, _batches(run, 2))
+    assert all(np.isfinite(m["loss_ce"]) and m["loss_ce"] > 0 for m in metrics)
+
+
+def test_float16_with_loss_scaling_runs(tmp_path):
+    run = Run(tiny_config(tmp_path, dtype="float16"), str(tmp_path / "w"))
+    state, metrics, _ = _run_steps(run, _batches(run, 4))
+    assert state.loss_scale is not None
+    assert all(np.isfinite(m["loss"]) for m in metrics)
+    assert leaves(state.params)[0].dtype == np.float32  # master weights stay float32
+
+
+def _main(config_overrides: dict, workdir: str, root: str):
+    """`python -m distil_jax.main` on the tiny config, in a fresh process."""
+    config_file = workdir + "_config.py"
+    with open(config_file, "w") as f:
+        f.write(
+            f"import sys\nsys.path.insert(0, {os.path.join(REPO, 'tests')!r})\n"
+            "from train_fixtures import tiny_config\n\n\n"
+            f"def get_config():\n    return tiny_config({root!r}, **{config_overrides!r})\n"
+        )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distil_jax.main",
+            f"--config={config_file}",
+            f"--workdir={workdir}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_resume_in_a_fresh_process_equals_a_straight_run(tmp_path):
+    root = str(tmp_path)
+    straight = tiny_config(root, **{"num_train_steps": 4, "checkpoint_every": 2})
+    train(straight, str(tmp_path / "straight"))
+    from distil_jax.checkpoint import Checkpoints
+
+    ck = Checkpoints(str(tmp_path / "straight"))
+    _, want = ck.restore_params(4)
+    ck.close()
+
+    halves = str(tmp_path / "halves")
+    first = _main({"num_train_steps": 4, "checkpoint_every": 2, "steps_per_run": 2}, halves, root)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert not os.path.exists(os.path.join(halves, "export"))
+    second = _main({"num_train_steps": 4, "checkpoint_every": 2}, halves, root)
+    assert second.returncode == 0, second.stderr[-3000:]
+    ck = Checkpoints(halves)
+    assert ck.all_steps()[-1] == 4
+    _, got = ck.restore_params(4)
+    ck.close()
+    for a, b in zip(leaves(want), leaves(got), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["distill", "pretrain"])
+def test_end_to_end_lowers_loss_and_exports(tmp_path, mode):
+    cfg = tiny_config(
+        tmp_path,
+        mode=mode,
+        **{
+            "num_train_steps": 30,
+            "checkpoint_every": 30,
+            "optim.learning_rate": 3e-3,
+            "eval_every": 30,
+        },
+    )
+    results = train(cfg, str(tmp_path / "w"))
+    records = [json.loads(x) for x in open(tmp_path / "w" / "metrics.jsonl")]
+    steps = [r for r in records if r["kind"] == "train"]
+    first, last = (
+        lambda k: np.mean([r[k] for r in steps[:3]]),
+        lambda k: np.mean([r[k] for r in steps[-5:]]),
+    )
+    # Random words: the MLM loss can only fall to the unigram entropy, so the checks are
+    # relative; the cosine term (student copying the teacher's states) must fall clearly.
+    assert last("loss") < 0.98 * first("loss"), [r["loss"] for r in steps]
+    if mode == "distill":
+        assert last("loss_cos") < 0.6 * first("loss_cos")
+    model, info = AutoModelForMaskedLM.from_pretrained(
+        results["export_dir"], output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    expected_type = "DistilBertForMaskedLM" if mode == "distill" else "BertForMaskedLM"
+    assert type(model).__name__ == expected_type
+    assert os.path.isdir(tmp_path / "w" / "tensorboard")
+    assert "student_eval" in results and 0 <= results["student_eval"]["mlm_accuracy"] <= 1
