@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from distil_jax.steps import TrainState
+
+COMMIT_MARKER = "commit_success.txt"  # written by Orbax once a step's save is complete
 
 
 class Checkpoints:
@@ -22,14 +27,16 @@ class Checkpoints:
 
     def __init__(self, workdir: str, max_to_keep: int = 3, async_save: bool = True):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        if jax.process_index() == 0:
+            set_aside_incomplete(self.directory)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("checkpoints: incomplete set aside")
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep,
                 enable_async_checkpointing=async_save,
                 create=True,
-                # Leftovers of an interrupted save are removed, never restored.
-                cleanup_tmp_directories=True,
             ),
         )
 
@@ -89,6 +96,35 @@ class Checkpoints:
         self._manager.close()
 
 
-def log_restore(step: int, directory: str) -> None:
-    if jax.process_index() == 0:
-        logging.info("resuming from checkpoint %d in %s", step, directory)
+def set_aside_incomplete(directory: str) -> list[str]:
+    """Moves checkpoints whose save never finished out of the way, with a warning.
+
+    Orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it when
+    done, and marks a finished step with `commit_success.txt`; a process killed
+    mid-save leaves one without the other. Such a directory must not be taken
+    for the latest checkpoint; it is moved (not deleted) to
+    `<workdir>/incomplete_checkpoints/`, so nothing of the user's is lost.
+    """
+    if not os.path.isdir(directory):
+        return []
+    moved = []
+    aside = os.path.join(os.path.dirname(directory), "incomplete_checkpoints")
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if not os.path.isdir(path):
+            continue
+        tmp = ".orbax-checkpoint-tmp" in name
+        unfinished = name.isdigit() and not os.path.exists(os.path.join(path, COMMIT_MARKER))
+        if tmp or unfinished:
+            os.makedirs(aside, exist_ok=True)
+            target = os.path.join(aside, f"{name}.{int(time.time())}")
+            shutil.move(path, target)
+            moved.append(name)
+            logging.warning(
+                "checkpoint %s in %s was never finished (killed during save?): skipped and "
+                "moved to %s; resuming from the previous complete checkpoint",
+                name,
+                directory,
+                target,
+            )
+    return moved

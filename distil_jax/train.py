@@ -12,6 +12,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 
 import flax.linen as nn
@@ -259,8 +261,48 @@ def _mean_window(window: list[dict]) -> dict[str, float]:
     return out
 
 
+class Preempted(Exception):
+    """Raised after the checkpoint of a run stopped by SIGTERM has been written."""
+
+    exit_code = 75  # EX_TEMPFAIL: "try again"; launch scripts requeue on it
+
+
+class PreemptionWatch:
+    """SIGTERM (TPU maintenance, SLURM time limit) -> stop at the next optimiser step.
+
+    Multi-process runs use JAX's preemption sync point, so every process agrees
+    on the same step; a single process just watches for the signal.
+    """
+
+    def __init__(self):
+        self._requested = False
+        self._previous = None
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        logging.warning("SIGTERM: saving a checkpoint at the next optimiser step, then exiting")
+        self._requested = True
+
+    def reached(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            try:
+                return multihost_utils.reached_preemption_sync_point(step)
+            except RuntimeError:  # the preemption service is off in this job
+                return False
+        return self._requested
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def train(config, workdir: str) -> dict:
-    """Runs (or resumes) a distillation / pre-training run; returns its final figures."""
+    """Runs (or resumes) a distillation / pre-training run; returns its final figures.
+
+    Raises Preempted (after saving) when SIGTERM arrives, FloatingPointError on a
+    non-finite loss (keeping the last good checkpoint).
+    """
     run = Run(config, workdir)
     run.write_run_file()
     ckpt = Checkpoints(workdir, max_to_keep=config.keep_checkpoints)
@@ -292,7 +334,8 @@ def train(config, workdir: str) -> dict:
         log.write(0, results["teacher_eval"], kind="eval_teacher")
 
     window, t0 = [], time.perf_counter()
-    opt_step = start
+    opt_step, preempted = start, False
+    watch = PreemptionWatch()
     try:
         for micro in range(start * run.accum, run.total_steps * run.accum):
             batch = sharding.host_to_global(next(loader), run.mesh)
@@ -302,8 +345,9 @@ def train(config, workdir: str) -> dict:
                 continue
             opt_step = (micro + 1) // run.accum
             last = opt_step == run.total_steps
+            preempted = watch.reached(opt_step)
             stop_early = bool(config.steps_per_run) and opt_step - start >= config.steps_per_run
-            save = opt_step % config.checkpoint_every == 0 or last or stop_early
+            save = opt_step % config.checkpoint_every == 0 or last or stop_early or preempted
             if opt_step % config.log_every == 0 or save:
                 values = _mean_window(window)
                 elapsed = time.perf_counter() - t0
@@ -327,18 +371,20 @@ def train(config, workdir: str) -> dict:
             ):
                 results["student_eval"] = run.evaluate(eval_student, state.params)
                 log.write(opt_step, results["student_eval"], kind="eval")
-            if stop_early:
+            if stop_early or preempted:
                 break
     finally:
+        watch.close()
         ckpt.close()
         log.close()
 
     results["final_step"] = opt_step
-    if opt_step < run.total_steps:  # stopped early: the checkpoint holds the run
-        return results
-    export_dir = config.export_dir or os.path.join(workdir, "export")
-    results["export_dir"] = run.export(state.params, export_dir)
+    if opt_step == run.total_steps:
+        export_dir = config.export_dir or os.path.join(workdir, "export")
+        results["export_dir"] = run.export(state.params, export_dir)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
+    if preempted:
+        raise Preempted(f"stopped by SIGTERM after saving optimiser step {opt_step}")
     return results
