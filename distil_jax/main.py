@@ -12,6 +12,7 @@ import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -37,7 +38,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    logging.getLogger().setLevel(logging.INFO)
+    # Our progress bar and warnings; not the INFO chatter of Orbax, TFDS and XLA.
+    logging.getLogger().setLevel(logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.WARNING)
     # Before anything touches a device: jax.distributed must come first.
     from distil_jax import distributed
 

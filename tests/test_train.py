@@ -11,7 +11,7 @@ import pytest
 from train_fixtures import REPO, leaves, tiny_config
 from transformers import AutoModelForMaskedLM
 
-from distil_jax import sharding
+from distil_jax import convert, sharding
 from distil_jax.data import loader as data_loader
 from distil_jax.train import Run, train
 
@@ -235,3 +235,9 @@ def test_end_to_end_lowers_loss_and_exports(tmp_path, mode):
     assert type(model).__name__ == expected_type
     assert os.path.isdir(tmp_path / "w" / "tensorboard")
     assert "student_eval" in results and 0 <= results["student_eval"]["mlm_accuracy"] <= 1
+    # The export CLI rebuilds the same directory from the checkpoint alone.
+    out = str(tmp_path / "cli_export")
+    assert convert.main(["export", "--workdir", str(tmp_path / "w"), "--out", out]) == 0
+    again = AutoModelForMaskedLM.from_pretrained(out)
+    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=k)
