@@ -78,8 +78,12 @@ class Checkpoints:
             raise FileNotFoundError(
                 f"no checkpoint for step {step} in {self.directory}; have {self.all_steps()}"
             )
+        # Saved shardings name the devices of the job that wrote them (e.g. 2 hosts x 4
+        # GPUs); here, on any machine, every array goes to one local device.
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(fallback_sharding=local)),
         )
         state = restored["state"]
         params = state["params"] if isinstance(state, dict) else state.params

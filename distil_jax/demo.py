@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distil_jax import hf, masking, run_config, sharding, steps
-from distil_jax.data import loader as data_loader
+from distil_jax import hf, mlm_eval, run_config, sharding
 from distil_jax.data import prepared
 from distil_jax.data.config import text_files_source
 from distil_jax.data.preparation import prepare
@@ -51,6 +50,7 @@ def teacher_config(config, workdir: str):
     t.student.max_position_embeddings = config.data.max_len
     t.num_train_steps = d.teacher_steps
     t.optim.learning_rate = d.teacher_learning_rate
+    t.masking.mlm_smoothing = d.teacher_mlm_smoothing
     t.export_dir = os.path.join(workdir, "export")
     return t
 
@@ -63,38 +63,19 @@ def evaluate_model(model_dir: str, config, prepared_dir: str, mesh) -> dict:
 
 def evaluate_params(cfg: ModelConfig, params, config, prepared_dir: str, mesh) -> dict:
     summary = prepared.load_summary(prepared_dir)
-    specials = summary["special_token_ids"]
-    probs = masking.token_probs_from_counts(
-        run_config.token_counts_or_uniform(
-            prepared.load_token_counts(prepared_dir), cfg.vocab_size
-        ),
-        config.masking.mlm_smoothing,
-        special_ids=[specials[k] for k in ("pad", "cls", "sep", "mask", "unk")],
-    )
-    step_cfg = run_config.step_config(config, cfg, specials["mask"])
-    model = MaskedLM(cfg)
-    fn = jax.jit(lambda p, b, r: steps.eval_step(p, b, probs, r, model=model, cfg=step_cfg))
-    loader = data_loader.make_eval_loader(
+    step_cfg = run_config.step_config(config, cfg, summary["special_token_ids"]["mask"])
+    shardings = jax.tree.map(lambda _: sharding.replicated(mesh), params)
+    fn = mlm_eval.make_eval_fn(MaskedLM(cfg), step_cfg, shardings, mesh)
+    return mlm_eval.evaluate(
+        fn,
+        params,
+        mlm_eval.eval_token_probs(summary, cfg.vocab_size),
         config.data,
         prepared_dir,
-        global_batch_size=config.batch.micro_batch_size,
-        process_index=0,
-        process_count=1,
+        mesh,
+        batch_size=config.batch.micro_batch_size,
+        max_batches=config.demo.eval_batches,
     )
-    rng = jax.random.key(1234)
-    totals = None
-    for i, batch in enumerate(loader):
-        if i >= config.demo.eval_batches:
-            break
-        out = fn(params, sharding.host_to_global(batch, mesh), jax.random.fold_in(rng, i))
-        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-    totals = jax.device_get(totals)
-    count = max(float(totals["mlm_count"]), 1.0)
-    return {
-        "mlm_accuracy": float(totals["mlm_correct"]) / count,
-        "mlm_loss": float(totals["mlm_nll"]) / count,
-        "predictions": int(totals["mlm_count"]),
-    }
 
 
 def inference_throughput(

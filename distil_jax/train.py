@@ -23,7 +23,7 @@ import numpy as np
 from flax.training.dynamic_scale import DynamicScale
 from jax.experimental import multihost_utils
 
-from distil_jax import hf, masking, optim, run_config, sharding, steps
+from distil_jax import hf, masking, mlm_eval, optim, run_config, sharding, steps
 from distil_jax.checkpoint import Checkpoints
 from distil_jax.data import loader as data_loader
 from distil_jax.data import prepared
@@ -131,17 +131,18 @@ class Run:
         else:
             self.teacher_shardings, self.teacher_params = {}, {}
 
-        specials = summary["special_token_ids"]
         counts = run_config.token_counts_or_uniform(
             prepared.load_token_counts(self.prepared_dir), self.student_cfg.vocab_size
         )
         probs = masking.token_probs_from_counts(
-            counts,
-            config.masking.mlm_smoothing,
-            special_ids=[specials[k] for k in ("pad", "cls", "sep", "mask", "unk")],
+            counts, config.masking.mlm_smoothing, special_ids=mlm_eval.special_ids(summary)
         )
         self.token_probs = jax.device_put(jnp.asarray(probs), self.repl)
-        self.step_cfg = run_config.step_config(config, self.student_cfg, specials["mask"])
+        self.eval_token_probs = jax.device_put(
+            mlm_eval.eval_token_probs(summary, self.student_cfg.vocab_size), self.repl
+        )
+        mask_id = summary["special_token_ids"]["mask"]
+        self.step_cfg = run_config.step_config(config, self.student_cfg, mask_id)
         self.rng = jax.random.key(config.seed)
 
     def _prepare_data(self) -> str:
@@ -191,11 +192,7 @@ class Run:
         )
 
     def eval_fn(self, model: MaskedLM, shardings):
-        batch_sh = {k: sharding.batch_sharding(self.mesh) for k in ("input_ids", "attention_mask")}
-        fn = functools.partial(steps.eval_step, model=model, cfg=self.step_cfg)
-        return jax.jit(
-            fn, in_shardings=(shardings, batch_sh, self.repl, self.repl), out_shardings=self.repl
-        )
+        return mlm_eval.make_eval_fn(model, self.step_cfg, shardings, self.mesh)
 
     def has_held_out(self) -> bool:
         split = self.summary.get("splits", {}).get("validation", {})
@@ -203,32 +200,16 @@ class Run:
 
     def evaluate(self, eval_fn, params) -> dict[str, float]:
         """Held-out MLM loss and accuracy, with the same masks for every model."""
-        loader = data_loader.make_eval_loader(
+        return mlm_eval.evaluate(
+            eval_fn,
+            params,
+            self.eval_token_probs,
             self.config.data,
             self.prepared_dir,
-            global_batch_size=self.config.batch.micro_batch_size,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
+            self.mesh,
+            batch_size=self.config.batch.micro_batch_size,
+            max_batches=self.config.eval_batches,
         )
-        rng = jax.random.fold_in(self.rng, 10_000_019)
-        totals = None
-        for i, batch in enumerate(loader):
-            if i >= self.config.eval_batches:
-                break
-            out = eval_fn(
-                params,
-                sharding.host_to_global(batch, self.mesh),
-                self.token_probs,
-                jax.random.fold_in(rng, i),
-            )
-            totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-        totals = jax.device_get(totals)
-        count = max(float(totals["mlm_count"]), 1.0)
-        return {
-            "mlm_loss": float(totals["mlm_nll"]) / count,
-            "mlm_accuracy": float(totals["mlm_correct"]) / count,
-            "mlm_predictions": int(totals["mlm_count"]),
-        }
 
     def write_run_file(self) -> None:
         if jax.process_index() != 0:
