@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -187,3 +188,13 @@ def token_counts_or_uniform(counts: np.ndarray | None, vocab_size: int) -> np.nd
     if counts.shape[0] < vocab_size:  # a model vocabulary padded beyond the tokenizer's
         counts = np.concatenate([counts, np.zeros(vocab_size - counts.shape[0], counts.dtype)])
     return counts
+
+
+def frozen_params(params: dict, dtype) -> dict:
+    """Kernels and embeddings of a frozen model cast to `dtype`; the rest float32."""
+
+    def cast(path, x):
+        name = getattr(path[-1], "key", None)
+        return np.asarray(x, dtype if name in ("kernel", "embedding") else np.float32)
+
+    return jax.tree_util.tree_map_with_path(cast, params)

@@ -29,7 +29,7 @@ from distil_jax.data import loader as data_loader
 from distil_jax.data import prepared
 from distil_jax.data.preparation import prepare
 from distil_jax.metrics_log import MetricsLog
-from distil_jax.models import MaskedLM
+from distil_jax.models import DTYPES, MaskedLM
 
 RUN_FILE = "run.json"
 
@@ -127,7 +127,11 @@ class Run:
             self.teacher_shardings = sharding.param_shardings(
                 _abstract_boxed_params(self.teacher), self.mesh
             )
-            self.teacher_params = jax.device_put(teacher_np, self.teacher_shardings)
+            # The frozen teacher's matrices live in the compute dtype: half the memory and
+            # no cast every step. Biases and LayerNorm stay float32, as in mixed precision.
+            self.teacher_params = jax.device_put(
+                run_config.frozen_params(teacher_np, DTYPES[config.dtype]), self.teacher_shardings
+            )
         else:
             self.teacher_shardings, self.teacher_params = {}, {}
 

@@ -145,12 +145,16 @@ def test_restrict_ce_to_mask_uses_masked_positions(tmp_path):
     assert all(np.isfinite(m["loss_ce"]) and m["loss_ce"] > 0 for m in metrics)
 
 
-def test_float16_with_loss_scaling_runs(tmp_path):
-    run = Run(tiny_config(tmp_path, dtype="float16"), str(tmp_path / "w"))
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_steps_keep_float32_masters(tmp_path, dtype):
+    run = Run(tiny_config(tmp_path, dtype=dtype), str(tmp_path / "w"))
     state, metrics, _ = _run_steps(run, _batches(run, 4))
-    assert state.loss_scale is not None
+    assert (state.loss_scale is not None) == (dtype == "float16")  # dynamic loss scaling
     assert all(np.isfinite(m["loss"]) for m in metrics)
-    assert leaves(state.params)[0].dtype == np.float32  # master weights stay float32
+    assert {x.dtype for x in leaves(state.params)} == {np.dtype(np.float32)}
+    teacher_kernel = run.teacher_params["layer_0"]["ffn"]["intermediate"]["kernel"]
+    assert teacher_kernel.dtype == dtype  # the frozen teacher is stored in the compute dtype
+    assert run.teacher_params["layer_0"]["output_norm"]["scale"].dtype == np.float32
 
 
 def _main(config_overrides: dict, workdir: str, root: str):
