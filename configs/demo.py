@@ -46,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_workers = 2
 
     config.demo = ml_collections.ConfigDict()
+    # Documents of the corpus to use; 0 = all (~570 documents, ~310k words).
+    config.demo.max_documents = 0
     # WordPiece vocabulary size trained on the corpus.
     config.demo.vocab_size = 4000
     # The teacher: a small BERT, pre-trained with MLM for `teacher_steps` optimiser steps.

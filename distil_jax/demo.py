@@ -151,7 +151,7 @@ def run_demo(config, workdir: str) -> dict:
 
     # 1. corpus and vocabulary.
     corpus = os.path.join(workdir, "corpus", "python_docs.txt")
-    corpus_size = write_corpus(corpus)
+    corpus_size = write_corpus(corpus, d.max_documents)
     tokenizer_dir = train_wordpiece(corpus, os.path.join(workdir, "tokenizer"), d.vocab_size)
     config.tokenizer = tokenizer_dir
     config.data.sources = [text_files_source(os.path.join(workdir, "corpus", "*.txt"))]

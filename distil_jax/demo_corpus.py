@@ -73,10 +73,15 @@ def docstring_documents(stdlib: str | None = None) -> list[list[str]]:
     return documents
 
 
-def write_corpus(path: str) -> dict:
-    """Writes the corpus once (reused when present); returns its size."""
+def write_corpus(path: str, max_documents: int = 0) -> dict:
+    """Writes the corpus once (reused when present); returns its size.
+
+    max_documents > 0 keeps that many documents (for quick tests), 0 keeps all.
+    """
     if not os.path.exists(path):
         documents = pydoc_documents() + docstring_documents()
+        if max_documents:
+            documents = documents[:max_documents]
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:

@@ -8,12 +8,12 @@ from transformers import AutoModelForMaskedLM
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs.demo import get_config  # noqa: E402
-
 from distil_jax.demo import run_demo  # noqa: E402
 
 
 def short_demo_config():
     config = get_config()
+    config.demo.max_documents = 200
     config.demo.vocab_size = 1500
     config.demo.teacher_layers = 2
     config.demo.hidden_size = 64
@@ -43,8 +43,9 @@ def test_short_demo_end_to_end_and_reuse(tmp_path):
     with open(os.path.join(workdir, "report.json")) as f:
         saved = json.load(f)
     assert saved["student"]["params"] < saved["teacher"]["params"]
-    model, info = AutoModelForMaskedLM.from_pretrained(report["student"]["dir"],
-                                                       output_loading_info=True)
+    model, info = AutoModelForMaskedLM.from_pretrained(
+        report["student"]["dir"], output_loading_info=True
+    )
     assert type(model).__name__ == "DistilBertForMaskedLM"
     assert not info["missing_keys"] and not info["unexpected_keys"]
     # Measured, not configured: the distilled student predicts held-out tokens far better
