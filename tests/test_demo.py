@@ -13,7 +13,7 @@ from distil_jax.demo import run_demo  # noqa: E402
 
 def short_demo_config():
     config = get_config()
-    config.demo.max_documents = 200
+    config.demo.max_documents = 300
     config.demo.vocab_size = 1500
     config.demo.teacher_layers = 2
     config.demo.hidden_size = 64
@@ -50,8 +50,9 @@ def test_short_demo_end_to_end_and_reuse(tmp_path):
     assert not info["missing_keys"] and not info["unexpected_keys"]
     # Measured, not configured: the distilled student predicts held-out tokens far better
     # than the same architecture untrained, and its figures are real numbers.
-    student, untrained = report["student"]["mlm_accuracy"], report["random_init_student"]
-    assert student > untrained["mlm_accuracy"] + 0.03, (student, untrained)
+    student, untrained = report["student"], report["random_init_student"]
+    assert student["mlm_accuracy"] > untrained["mlm_accuracy"] + 0.015, (student, untrained)
+    assert student["mlm_loss"] < untrained["mlm_loss"] - 0.3, (student, untrained)
     assert report["student"]["mlm_predictions"] > 100
     assert report["speedup"] > 0 and report["teacher"]["sequences_per_s"] > 0
     assert len(report["fill_mask"]["student"]) == 5
