@@ -64,6 +64,9 @@ def main(argv):
     except Preempted as e:
         logging.warning("%s; run the same command again to resume", e)
         sys.exit(Preempted.exit_code)
+    except (ValueError, FileNotFoundError) as e:  # bad input: the message names the fix
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

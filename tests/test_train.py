@@ -247,3 +247,32 @@ def test_end_to_end_lowers_loss_and_exports(tmp_path, mode):
     again = AutoModelForMaskedLM.from_pretrained(out)
     for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=k)
+
+
+def test_main_reports_bad_input_without_a_traceback(tmp_path):
+    config_file = tmp_path / "bad_config.py"
+    config_file.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {REPO!r})\n"
+        "from configs.base import get_config as base\n\n\n"
+        "def get_config():\n"
+        "    c = base()\n"
+        f"    c.teacher = {str(tmp_path / 'no_such_teacher')!r}\n"
+        "    return c\n"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distil_jax.main",
+            f"--config={config_file}",
+            f"--workdir={tmp_path / 'w'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "error:" in out.stderr and "no_such_teacher" in out.stderr
+    assert "Traceback" not in out.stderr
