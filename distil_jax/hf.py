@@ -8,6 +8,7 @@ export and the shape checks are all driven by that table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -236,11 +237,14 @@ def load_pretrained(name_or_dir: str, **overrides) -> tuple[ModelConfig, dict]:
 # ---------------------------------------------------------------------------- export
 
 
-def flax_to_hf(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
-    """Our params -> a transformers state dict (tied tensors omitted, as transformers saves)."""
+def flax_to_hf(cfg: ModelConfig, params: dict, mapping: dict | None = None) -> dict:
+    """Our params -> a transformers state dict (tied tensors omitted, as transformers saves).
+
+    mapping: our path -> (HF name, transposed?); default the MLM model's `name_map`.
+    """
     flat = _flatten(jax.device_get(params))
     state = {}
-    for path, (key, transposed) in name_map(cfg).items():
+    for path, (key, transposed) in (mapping or name_map(cfg)).items():
         value = np.asarray(flat[path], np.float32)
         state[key] = np.ascontiguousarray(value.T if transposed else value)
     if cfg.sinusoidal_pos_embds:
@@ -249,30 +253,16 @@ def flax_to_hf(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
     return state
 
 
-def save_pretrained(
-    cfg: ModelConfig, params: dict, out_dir: str, tokenizer_dir: str | None = None
-) -> str:
-    """Writes a directory that `AutoModelForMaskedLM.from_pretrained` loads.
-
-    Written to a temporary sibling and renamed into place, so an interrupted
-    export never leaves a half-written directory where a good one was.
-    """
-    import torch
-    from safetensors.torch import save_file
-
+@contextlib.contextmanager
+def atomic_directory(out_dir: str):
+    """Yields a temporary sibling that replaces `out_dir` only if the block succeeds,
+    so an interrupted export never leaves a half-written directory where a good one was."""
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".tmp-", dir=parent)
     try:
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump(cfg.to_hf_dict(), f, indent=2, sort_keys=True)
-        tensors = {k: torch.from_numpy(np.array(v)) for k, v in flax_to_hf(cfg, params).items()}
-        save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        if tokenizer_dir is not None:
-            from transformers import AutoTokenizer
-
-            AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
+        yield tmp
         if os.path.exists(out_dir):
             old = tmp + ".old"
             os.rename(out_dir, old)
@@ -283,7 +273,32 @@ def save_pretrained(
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
-    return out_dir
+
+
+def write_model_dir(
+    directory: str, hf_config: dict, state: dict[str, np.ndarray], tokenizer_dir: str | None
+) -> None:
+    """config.json, model.safetensors and (optionally) the tokenizer files."""
+    import torch
+    from safetensors.torch import save_file
+
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(hf_config, f, indent=2, sort_keys=True)
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    if tokenizer_dir is not None:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(directory)
+
+
+def save_pretrained(
+    cfg: ModelConfig, params: dict, out_dir: str, tokenizer_dir: str | None = None
+) -> str:
+    """Writes a directory that `AutoModelForMaskedLM.from_pretrained` loads (atomically)."""
+    with atomic_directory(out_dir) as tmp:
+        write_model_dir(tmp, cfg.to_hf_dict(), flax_to_hf(cfg, params), tokenizer_dir)
+    return os.path.abspath(out_dir)
 
 
 def push_to_hub(local_dir: str, repo_id: str, private: bool = False) -> str:

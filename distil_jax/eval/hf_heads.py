@@ -12,15 +12,12 @@ transformers' task class loads with no missing or unexpected tensors.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 
 import jax
 import numpy as np
@@ -28,7 +25,6 @@ import numpy as np
 from distil_jax import hf
 from distil_jax.eval.heads import HeadConfig, abstract_boxed_params, make_task_model
 from distil_jax.models import ModelConfig
-from distil_jax.models.transformer import sinusoidal_table
 
 _MLM_HEAD = ("head_transform", "head_norm", "head_bias")
 _HEAD_ROWS = {
@@ -220,36 +216,7 @@ def hf_config_dict(
 
 
 def flax_to_hf(cfg: ModelConfig, head: HeadConfig, params: dict) -> dict[str, np.ndarray]:
-    flat = hf._flatten(jax.device_get(params))
-    state = {}
-    for path, (key, transposed) in name_map(cfg, head).items():
-        value = np.asarray(flat[path], np.float32)
-        state[key] = np.ascontiguousarray(value.T if transposed else value)
-    if cfg.sinusoidal_pos_embds:
-        key = hf._PREFIX[cfg.arch] + "embeddings.position_embeddings.weight"
-        state[key] = sinusoidal_table(cfg.max_position_embeddings, cfg.hidden_size)
-    return state
-
-
-@contextlib.contextmanager
-def _atomic_directory(out_dir: str):
-    """Yields a temporary sibling that replaces out_dir only if the block succeeds."""
-    out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".tmp-", dir=parent)
-    try:
-        yield tmp
-        if os.path.exists(out_dir):
-            old = tmp + ".old"
-            os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out_dir)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
+    return hf.flax_to_hf(cfg, params, name_map(cfg, head))
 
 
 def save_task_model(
@@ -262,18 +229,8 @@ def save_task_model(
 ) -> str:
     """Writes a directory that transformers' *ForSequenceClassification /
     *ForQuestionAnswering loads with `from_pretrained`."""
-    import torch
-    from safetensors.torch import save_file
-
-    with _atomic_directory(out_dir) as tmp:
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump(hf_config_dict(cfg, head, id2label), f, indent=2, sort_keys=True)
-        tensors = {
-            k: torch.from_numpy(np.array(v)) for k, v in flax_to_hf(cfg, head, params).items()
-        }
-        save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        if tokenizer_dir is not None:
-            from transformers import AutoTokenizer
-
-            AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
+    with hf.atomic_directory(out_dir) as tmp:
+        hf.write_model_dir(
+            tmp, hf_config_dict(cfg, head, id2label), flax_to_hf(cfg, head, params), tokenizer_dir
+        )
     return os.path.abspath(out_dir)
