@@ -39,7 +39,6 @@ class MetricsLog:
             desc="distil",
             smoothing=0.1,
         )
-        self._last_time = time.perf_counter()
 
     def write(self, step: int, metrics: dict[str, float], kind: str = "train") -> None:
         if not self.enabled:

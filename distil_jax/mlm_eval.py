@@ -29,7 +29,7 @@ def eval_token_probs(summary: dict, vocab_size: int) -> jax.Array:
 
 
 def make_eval_fn(model: MaskedLM, step_cfg: steps.StepConfig, param_shardings, mesh):
-    batch_sh = {k: sharding.batch_sharding(mesh) for k in ("input_ids", "attention_mask")}
+    batch_sh = sharding.mlm_batch_shardings(mesh)
     repl = sharding.replicated(mesh)
     fn = functools.partial(steps.eval_step, model=model, cfg=step_cfg)
     return jax.jit(fn, in_shardings=(param_shardings, batch_sh, repl, repl), out_shardings=repl)

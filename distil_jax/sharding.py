@@ -64,6 +64,11 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
 
 
+def mlm_batch_shardings(mesh: Mesh) -> dict[str, NamedSharding]:
+    """Shardings of a training/eval batch: {'input_ids', 'attention_mask'} [B, L]."""
+    return {k: batch_sharding(mesh) for k in ("input_ids", "attention_mask")}
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

@@ -174,7 +174,7 @@ class Run:
         )
 
     def train_step_fn(self):
-        batch_sh = {k: sharding.batch_sharding(self.mesh) for k in ("input_ids", "attention_mask")}
+        batch_sh = sharding.mlm_batch_shardings(self.mesh)
         step = functools.partial(
             steps.train_step,
             student=self.student,
