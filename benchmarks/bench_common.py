@@ -139,6 +139,11 @@ def add_option_args(parser: argparse.ArgumentParser) -> None:
     p("--no_donate", action="store_true", help="[jax] do not donate the train state")
     p("--logits_chunk_len", type=int, default=128, help="[jax] positions per logits chunk")
     p(
+        "--no_fused_vocab_grad",
+        action="store_true",
+        help="[jax] every-token CE by remat + autodiff (recomputes logits) instead of vocab_losses",
+    )
+    p(
         "--no_attention_dropout",
         action="store_true",
         help="[jax] student attention dropout 0 (lets the fused attention path run)",

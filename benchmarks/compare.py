@@ -11,7 +11,7 @@ slow spell of a shared machine lands on both. Prints both report lines and
 ratio = our tokens/s ÷ the reference's.
 
 Before timing, a loss-agreement check: one masked batch (our masking, fixed
-key), fed to our `steps.loss_terms` and to the reference's loss, float32,
+key), fed to our `steps.student_loss` and to the reference's loss, float32,
 dropout off; every term (total, ce, mlm, cos) must agree within --check_tol
 (1e-4), or the exit status is 1: otherwise the two would not be doing the same work.
 It runs at the first point's shape with the batch capped at --check_batch.

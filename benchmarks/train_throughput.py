@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shlex
 import sys
 import time
 
@@ -74,6 +75,7 @@ def step_config(shape: common.Shape, opts) -> steps.StepConfig:
         alpha_cos=1.0,
         restrict_ce_to_mask=bool(opts.restrict_ce_to_mask),
         logits_chunk_len=int(opts.logits_chunk_len),
+        fused_vocab_grad=not opts.no_fused_vocab_grad,
         mask_token_id=common.special_ids(shape.vocab)["mask"],
         vocab_size=shape.vocab,
     )
@@ -241,17 +243,49 @@ def benchmark(shape: common.Shape, opts, weights=None) -> dict:
         return common.error_result(IMPL, device_name(), shape, "OOM")
 
 
+def options_with(opts, extra: str) -> argparse.Namespace:
+    """`opts` with the [jax]/[torch] options given in the string `extra` set on top."""
+    parser = argparse.ArgumentParser(prog="--ab")
+    common.add_option_args(parser)
+    defaults = vars(parser.parse_args([]))
+    given = vars(parser.parse_args(shlex.split(extra)))
+    changed = {k: v for k, v in given.items() if v != defaults[k]}
+    if not changed:
+        raise SystemExit(f"--ab {extra!r} changes no option: nothing to compare")
+    return argparse.Namespace(**{**vars(opts), **changed})
+
+
+def ab_benchmark(shape: common.Shape, opts) -> tuple[dict, dict]:
+    """A = the options given, B = those plus --ab: same weights and batch, alternating rounds.
+
+    Both steps stay compiled in one process and take turns (A, B, A, B, ...), so a
+    slow spell of a shared machine lands on both; the medians are of the pooled steps.
+    """
+    weights = common.make_weights(shape, opts.seed)
+    variants = {"A": opts, "B": options_with(opts, opts.ab)}
+    runners = {k: JaxStep(shape, o, weights, seed=opts.seed) for k, o in variants.items()}
+    for r in runners.values():
+        r.time_steps(opts.warmup)
+    per_round = max(1, opts.steps // opts.rounds)
+    times = {k: [] for k in runners}
+    for _ in range(opts.rounds):
+        for k, r in runners.items():
+            times[k] += r.time_steps(per_round)
+    results = {k: r.result(times[k]) for k, r in runners.items()}
+    results["A"]["variant"], results["B"]["variant"] = "A", f"B: {opts.ab}"
+    return results["A"], results["B"]
+
+
 # ---------------------------------------------------------------------------- loss agreement
 
 
 def our_losses(shape: common.Shape, weights, input_ids, attention_mask, labels, opts):
     """The loss terms of our step on a given masked batch, float32, dropout off.
 
-    The same code path as `train_step` (teacher forward, then `steps.loss_terms`
-    and `losses.combine`), minus the masking, so a masked batch made once can be
-    fed to both implementations. Matmuls at full float32 precision: the GPU
-    default (TF32) would differ from PyTorch's default by more than the 1e-4
-    the check allows.
+    The same code path as `train_step` (teacher forward, then `steps.student_loss`),
+    minus the masking, so a masked batch made once can be fed to both
+    implementations. Matmuls at full float32 precision: the GPU default (TF32)
+    would differ from PyTorch's default by more than the 1e-4 the check allows.
     """
     teacher_cfg, student_cfg = common.model_configs(shape)
     # Rate-0 dropout is the identity, so the student's training-mode forward is deterministic.
@@ -265,11 +299,10 @@ def our_losses(shape: common.Shape, weights, input_ids, attention_mask, labels, 
         t_hidden = teacher.apply(
             {"params": teacher_params}, ids, mask, deterministic=True, compute_logits=False
         ).last_hidden_state
-        terms = steps.loss_terms(
+        return steps.student_loss(
             student_params, teacher_params, student, teacher, masked, mask, t_hidden,
             jax.random.key(0), cfg,
-        )  # fmt: skip
-        return losses.combine(terms, cfg.alphas)[1]
+        )[1]  # fmt: skip
 
     with jax.default_matmul_precision("highest"):
         m = jax.device_get(run(weights[0], weights[1], input_ids, attention_mask, labels))
@@ -302,6 +335,15 @@ def parse_args(argv) -> argparse.Namespace:
         "--inference", action="store_true", help="also time student vs teacher forward"
     )
     parser.add_argument(
+        "--ab",
+        metavar="OPTIONS",
+        help="A/B one change: time the step with these extra options (e.g. "
+        "--ab='--no_fused_vocab_grad') against the step without, alternating, in one process",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="--ab: alternating rounds of --steps/--rounds"
+    )
+    parser.add_argument(
         "--xla_cost",
         action="store_true",
         help="only print XLA's FLOP count of the traced step vs ours (no init, no run)",
@@ -327,6 +369,17 @@ def main(argv=None) -> int:
             print(
                 f"{IMPL:<6} {shape.label():<44} | model {model_flops / 1e12:.3f} TFLOP/step"
                 f" | XLA (traced) {xla / model_flops:.3f}x of it{note}"
+            )
+            continue
+        if args.ab:
+            a, b = ab_benchmark(shape, args)
+            results += [a, b]
+            for r in (a, b):
+                print(f"{r['variant'][0]}: " + common.report_line(r), flush=True)
+            print(
+                f"{'A/B':<9}{shape.label():<44} | B ({args.ab}) runs at "
+                f"{a['step_time_s'] / b['step_time_s']:.3f}x A's speed",
+                flush=True,
             )
             continue
         r = benchmark(shape, args)

@@ -60,6 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Positions per sequence whose [B, Lc, V] logits are materialised at once when
     # the CE covers every token (memory: 2 x B x Lc x V floats per chunk).
     config.loss.logits_chunk_len = 128
+    # Every-token CE: form the logits' gradient in the forward pass (distil_jax/vocab_losses.py)
+    # instead of recomputing both projections in the backward pass (False: remat + autodiff).
+    config.loss.fused_vocab_grad = True
 
     config.masking = ml_collections.ConfigDict()
     # Share of real tokens chosen for prediction (BERT: 15%).

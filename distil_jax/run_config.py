@@ -156,6 +156,7 @@ def step_config(config, student_cfg: ModelConfig, mask_token_id: int) -> StepCon
         alpha_mse=float(config.loss.alpha_mse),
         restrict_ce_to_mask=bool(config.loss.restrict_ce_to_mask),
         logits_chunk_len=int(config.loss.logits_chunk_len),
+        fused_vocab_grad=bool(config.loss.fused_vocab_grad),
         mask_token_id=int(mask_token_id),
         vocab_size=student_cfg.vocab_size,
         mlm_mask_prop=float(config.masking.mlm_mask_prop),

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax.training.dynamic_scale import DynamicScale
 
-from distil_jax import losses, masking
+from distil_jax import losses, masking, vocab_losses
 from distil_jax.models import MaskedLM
 
 Array = jax.Array
@@ -47,6 +47,7 @@ class StepConfig:
     alpha_mse: float = 0.0
     restrict_ce_to_mask: bool = False
     logits_chunk_len: int = 128  # positions per sequence whose logits exist at once
+    fused_vocab_grad: bool = True  # all-positions CE: `vocab_losses` (else remat + autodiff)
     mask_token_id: int = 4
     vocab_size: int = 30522
     mlm_mask_prop: float = 0.15
@@ -119,11 +120,12 @@ def _terms_at_all_positions(
     labels,
     cfg: StepConfig,
 ):
-    """CE (and MSE, MLM) over every real token, in chunks along the sequence.
+    """CE (and MSE, MLM) over every real token, in rematerialised chunks, by autodiff.
 
     Each chunk holds [B, Lc, V] student and teacher logits; the scan body is
-    rematerialised so the backward pass recomputes a chunk instead of keeping
-    every chunk's logits alive.
+    rematerialised so the backward pass recomputes a chunk (both projections)
+    instead of keeping every chunk's logits alive. `vocab_losses` does the same
+    work without the recomputation; this path is kept as its reference.
     """
     batch, length, dim = s_hidden.shape
     chunk = math.gcd(length, max(1, cfg.logits_chunk_len))
@@ -152,7 +154,28 @@ def _terms_at_all_positions(
     return terms
 
 
-def loss_terms(
+def _fused_terms_at_all_positions(
+    student_params, teacher_params, student, teacher, s_hidden, t_hidden, attention_mask,
+    labels, cfg: StepConfig,
+):  # fmt: skip
+    """CE (and MSE, MLM) over every real token through `vocab_losses`: (terms, grad carrier)."""
+    head = lambda model, params, h: model.apply({"params": params}, h, method="head_features")
+    tied = lambda p: (p["embeddings"]["word_embeddings"]["embedding"], p["head_bias"])  # [V,D],[V]
+    return vocab_losses.vocab_losses(
+        head(student, student_params, s_hidden),  # [B, L, D]
+        *tied(student_params),
+        head(teacher, teacher_params, t_hidden),  # [B, L, D]
+        *tied(teacher_params),
+        attention_mask,
+        labels,
+        alphas=cfg.alphas,
+        temperature=cfg.temperature,
+        chunk_len=cfg.logits_chunk_len,
+        dtype=student.dtype,
+    )
+
+
+def student_loss(
     student_params,
     teacher_params,
     student: MaskedLM,
@@ -163,7 +186,7 @@ def loss_terms(
     dropout_rng,
     cfg: StepConfig,
 ):
-    """The (sum, count) loss terms of one micro-batch for the student's params."""
+    """The micro-batch's loss for the student's params, and its metrics (each loss term)."""
     s_hidden = student.apply(
         {"params": student_params},
         masked.input_ids,
@@ -176,17 +199,24 @@ def loss_terms(
     t_logits_fn = None
     if teacher is not None:
         t_logits_fn = lambda h: teacher.apply({"params": teacher_params}, h, method="mlm_logits")
+    grad_carrier = 0.0  # gradient of terms whose sums carry none (value 0)
     if cfg.mode == "pretrain" or cfg.restrict_ce_to_mask or not (cfg.alpha_ce or cfg.alpha_mse):
         terms = _terms_at_masked_positions(
             s_logits_fn, t_logits_fn, s_hidden, t_hidden, masked, cfg
         )
+    elif cfg.fused_vocab_grad:
+        terms, grad_carrier = _fused_terms_at_all_positions(
+            student_params, teacher_params, student, teacher, s_hidden, t_hidden,
+            attention_mask, masked.labels, cfg,
+        )  # fmt: skip
     else:
         terms = _terms_at_all_positions(
             s_logits_fn, t_logits_fn, s_hidden, t_hidden, attention_mask, masked.labels, cfg
         )
     if cfg.mode == "distill" and cfg.alpha_cos:
         terms["cos"] = losses.cosine_loss(s_hidden, t_hidden, attention_mask)
-    return terms
+    loss, metrics = losses.combine(terms, cfg.alphas)
+    return loss + grad_carrier, metrics
 
 
 def train_step(
@@ -219,18 +249,10 @@ def train_step(
         t_hidden = jax.lax.stop_gradient(t_hidden)
 
     def loss_fn(params):
-        terms = loss_terms(
-            params,
-            teacher_params,
-            student,
-            teacher,
-            masked,
-            attention_mask,
-            t_hidden,
-            dropout_rng,
-            cfg,
-        )
-        return losses.combine(terms, cfg.alphas)
+        return student_loss(
+            params, teacher_params, student, teacher, masked, attention_mask, t_hidden,
+            dropout_rng, cfg,
+        )  # fmt: skip
 
     if state.loss_scale is not None:
         grad_fn = state.loss_scale.value_and_grad(loss_fn, has_aux=True)

@@ -115,6 +115,21 @@ def test_scripts_report_finite_numbers(tmp_path):
     assert all(r["impl"] == "torch" and common.all_finite(r) for r in _load(out))
 
 
+def test_ab_times_one_change_against_the_step_without(tmp_path, capsys):
+    out = tmp_path / "ab.json"
+    argv = [*TINY, "--ab=--no_fused_vocab_grad", "--rounds=2", f"--json_out={out}"]
+    assert train_throughput.main(argv) == 0
+    a, b = _load(out)
+    assert (a["variant"], b["variant"]) == ("A", "B: --no_fused_vocab_grad")
+    assert a["timed_steps"] == b["timed_steps"] == 2 and common.all_finite(b)
+    # Same weights, batch and number of steps; the two CE gradients agree, so the losses do.
+    for term, value in a["losses"].items():
+        assert b["losses"][term] == pytest.approx(value, rel=1e-4), term
+    assert "runs at" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="changes no option"):
+        train_throughput.main([*TINY, "--ab=--logits_chunk_len=128"])
+
+
 @pytest.mark.parametrize("restrict", [False, True])
 def test_losses_agree_on_same_weights_and_batch(restrict):
     opts = compare.parse_args(["--restrict_ce_to_mask"] if restrict else [])

@@ -138,6 +138,22 @@ def test_chunked_full_ce_equals_unchunked(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
+def test_fused_vocab_grad_equals_remat_autodiff(tmp_path):
+    """`vocab_losses`' hand-formed gradient = JAX's autodiff of the rematerialised chunks."""
+    no_dropout = {"student.hidden_dropout": 0.0, "student.attention_dropout": 0.0}
+    cfgs = [
+        tiny_config(tmp_path, **no_dropout, **{"loss.fused_vocab_grad": fused})
+        for fused in (True, False)
+    ]
+    runs = [Run(c, str(tmp_path / f"f{i}")) for i, c in enumerate(cfgs)]
+    batches = _batches(runs[0], 3)
+    (sa, ma, _), (sb, mb, _) = (_run_steps(r, batches) for r in runs)
+    for key in ("loss", "loss_ce", "loss_mlm", "loss_cos", "grad_norm"):
+        np.testing.assert_allclose(ma[-1][key], mb[-1][key], rtol=1e-5)
+    for a, b in zip(leaves(sa.params), leaves(sb.params), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
 def test_restrict_ce_to_mask_uses_masked_positions(tmp_path):
     run = Run(tiny_config(tmp_path, **{"loss.restrict_ce_to_mask": True}), str(tmp_path / "w"))
     _, metrics, _ = _run_steps(run, _batches(run, 2))

@@ -276,9 +276,11 @@ class MaskedLM(nn.Module):
                 all_hidden.append(x)
         return EncoderOutput(x, tuple(all_hidden) if output_hidden_states else None)
 
+    def head_features(self, hidden):  # [..., D] -> [..., D]: the MLM head before the vocab
+        return self.head_norm(activation_fn(self.cfg.activation)(self.head_transform(hidden)))
+
     def mlm_logits(self, hidden):  # [..., D] -> [..., V]
-        h = activation_fn(self.cfg.activation)(self.head_transform(hidden))
-        h = self.head_norm(h)
+        h = self.head_features(hidden)
         logits = self.embeddings.word_embeddings.attend(h)  # tied to the input embeddings
         return logits + self.head_bias.astype(logits.dtype)
 
