@@ -37,8 +37,10 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
+import shlex  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 
 import bench_common as common  # noqa: E402
 import jax  # noqa: E402
@@ -153,6 +155,48 @@ def compare_isolated(shape: common.Shape, opts) -> tuple[dict, dict]:
     return tuple(results)
 
 
+def _cell(r: dict, key: str, fmt: str) -> str:
+    value = r.get(key)
+    return "n/a" if value is None else format(value, fmt)
+
+
+def markdown_report(output: dict, header: str, command: str) -> str:
+    """The run as markdown: machine and command, loss agreement, one row per point."""
+    lines = [f"# Ours vs the PyTorch reference\n\n{header}\n\n    {command}\n"]
+    agreement = output.get("loss_agreement")
+    if agreement:
+        lines += [
+            f"Loss agreement at {agreement['label']} (float32, dropout off): "
+            f"{'ok' if agreement['ok'] else 'FAILED'}\n",
+            "| term | ours | reference | abs diff |",
+            "|---|---|---|---|",
+        ]
+        for k, v in agreement["terms"].items():
+            lines.append(f"| {k} | {v['jax']:.6f} | {v['torch']:.6f} | {v['abs_diff']:.1e} |")
+        lines.append("")
+    lines += [
+        "| shape | impl | step median (min-max) ms | seq/s | tokens/s | TFLOP/s | MFU "
+        "| peak mem GiB | ratio ours/ref |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    ratios = {r["label"]: r["ratio"] for r in output["ratios"]}
+    for r in output["results"]:
+        if "error" in r:
+            lines.append(f"| {r['label']} | {r['impl']} | {r['error']} | | | | | | |")
+            continue
+        mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+        mem = "n/a" if r["peak_mem_bytes"] is None else f"{r['peak_mem_bytes'] / 2**30:.2f}"
+        ratio = f"**{ratios[r['label']]:.2f}x**" if r["impl"] == "torch" else ""
+        ratio = ratio if r["label"] in ratios else ""
+        lines.append(
+            f"| {r['label']} | {r['impl']} | {1e3 * r['step_time_s']:.1f} "
+            f"({1e3 * r['step_time_min_s']:.1f}-{1e3 * r['step_time_max_s']:.1f}) "
+            f"| {r['seqs_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['tflops_per_s']:.2f} "
+            f"| {mfu} | {mem} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_shape_args(parser)
@@ -163,6 +207,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p("--no_check", action="store_true", help="skip the loss-agreement check")
     p("--check_tol", type=float, default=1e-4)
     p("--check_batch", type=int, default=8, help="batch cap of the loss-agreement check")
+    p("--md_out", help="also write the run as a markdown table (machine, command, figures)")
     return parser.parse_args(argv)
 
 
@@ -173,10 +218,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.torch_threads)
     accelerator = jax.default_backend() != "cpu"
     shapes = common.shapes_from_args(args, accelerator)
-    print(
+    header = (
         f"jax {jax.__version__} on {train_throughput.device_name()} | torch {torch.__version__} "
         f"on {torch_reference.device_name(torch_reference.torch_device())}"
     )
+    print(header)
     output: dict = {"results": [], "ratios": []}
     check_ok = True
 
@@ -212,6 +258,10 @@ def main(argv=None) -> int:
         output["ratios"].append({"label": shape.label(), "ratio": ratio})
         print(f"{'ratio':<6} {shape.label():<44} | jax / torch = {ratio:.2f}x", flush=True)
     common.write_json(args.json_out, output)
+    if args.md_out:
+        command = "python benchmarks/compare.py " + " ".join(shlex.quote(a) for a in argv)
+        with open(args.md_out, "w") as f:
+            f.write(markdown_report(output, f"{header} | {time.strftime('%Y-%m-%d')}", command))
     return 0 if ok else 1
 
 

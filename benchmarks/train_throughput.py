@@ -145,10 +145,12 @@ def _loss_scale(shape: common.Shape):
     return DynamicScale(fin_steps=jnp.int32(0), scale=jnp.float32(2.0**15))
 
 
-def lowered_flops(shape: common.Shape, opts) -> float | None:
-    """XLA's FLOP count of the step as traced (before optimisation), from shapes alone.
+def lowered_step(shape: common.Shape, opts):
+    """The step lowered from shapes alone (nothing initialised): `.cost_analysis()` is
+    XLA's FLOP count of the step as traced, before optimisation; `.compile()` gives
+    its memory estimate on this machine's backend.
 
-    Nothing is initialised or compiled, so it runs for BERT-base on a laptop. The
+    Nothing is initialised, so it runs for BERT-base on a laptop. The
     excess over our model FLOPs is recomputation (rematerialised logits chunks,
     --remat) plus elementwise work (~1%). A scan body counts once, so it is only
     complete when there is one logits chunk (--logits_chunk_len >= L).
@@ -170,8 +172,7 @@ def lowered_flops(shape: common.Shape, opts) -> float | None:
     )
     probs = jax.ShapeDtypeStruct((shape.vocab,), jnp.float32)
     batch = {"input_ids": ids, "attention_mask": ids}
-    lowered = jitted.lower(state, abstract(teacher), batch, probs, jax.random.key(0))
-    return _cost_flops(lowered)
+    return jitted.lower(state, abstract(teacher), batch, probs, jax.random.key(0))
 
 
 class JaxStep:
@@ -348,6 +349,12 @@ def parse_args(argv) -> argparse.Namespace:
         action="store_true",
         help="only print XLA's FLOP count of the traced step vs ours (no init, no run)",
     )
+    parser.add_argument(
+        "--xla_memory",
+        action="store_true",
+        help="with --xla_cost: also compile (for this machine's backend) and print XLA's "
+        "memory estimate of the step",
+    )
     return parser.parse_args(argv)
 
 
@@ -363,12 +370,17 @@ def main(argv=None) -> int:
     for shape in common.shapes_from_args(args, accelerator):
         model_flops = common.step_flops(shape, args.restrict_ce_to_mask)["total"]
         if args.xla_cost:
-            xla = lowered_flops(shape, args) or float("nan")  # nan: no cost analysis here
+            lowered = lowered_step(shape, args)
+            xla = _cost_flops(lowered) or float("nan")  # nan: no cost analysis here
             chunks = -(-shape.seq_len // args.logits_chunk_len)
             note = "" if chunks == 1 else f" (a scan body counts once: {chunks} logits chunks)"
+            memory = ""
+            if args.xla_memory:
+                memory = f" | XLA memory estimate {_gib(_memory_estimate(lowered.compile()))}"
             print(
                 f"{IMPL:<6} {shape.label():<44} | model {model_flops / 1e12:.3f} TFLOP/step"
-                f" | XLA (traced) {xla / model_flops:.3f}x of it{note}"
+                f" | XLA (traced) {xla / model_flops:.3f}x of it{note}{memory}",
+                flush=True,
             )
             continue
         if args.ab:

@@ -140,8 +140,8 @@ def test_losses_agree_on_same_weights_and_batch(restrict):
 
 
 def test_compare_runs_both_and_prints_ratio(tmp_path, capsys):
-    out = tmp_path / "compare.json"
-    assert compare.main([*TINY, "--rounds=2", f"--json_out={out}"]) == 0
+    out, md = tmp_path / "compare.json", tmp_path / "compare.md"
+    assert compare.main([*TINY, "--rounds=2", f"--json_out={out}", f"--md_out={md}"]) == 0
     result = _load(out)
     assert result["loss_agreement"]["ok"]
     ours, ref = result["results"]
@@ -150,6 +150,9 @@ def test_compare_runs_both_and_prints_ratio(tmp_path, capsys):
     (ratio,) = result["ratios"]
     assert ratio["ratio"] == pytest.approx(ours["tokens_per_s"] / ref["tokens_per_s"])
     assert "jax / torch" in capsys.readouterr().out
+    table = md.read_text()
+    assert "--rounds=2" in table and "| mlm |" in table
+    assert f"**{ratio['ratio']:.2f}x**" in table
 
 
 def test_isolated_rounds_pass_the_flags_through(tmp_path):
