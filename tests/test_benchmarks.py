@@ -8,6 +8,8 @@ lets the second compile of the identical step be a cache hit.
 import json
 import math
 import os
+import shutil
+import subprocess
 import sys
 
 import jax
@@ -162,3 +164,31 @@ def test_isolated_rounds_pass_the_flags_through(tmp_path):
     assert parsed.remat and parsed.attention == "xla" and parsed.steps == 1
     assert common.shapes_from_args(parsed, accelerator=False) == [TINY_SHAPE]
     assert torch_reference.parse_args(argv).torch_threads == 1
+
+
+def test_gpu_suite_runs_every_benchmark_and_reports_failures(tmp_path):
+    """benchmarks/gpu_suite.sh with a stand-in python that records its arguments."""
+    suite = os.path.join(os.path.dirname(compare.__file__), "gpu_suite.sh")
+    assert subprocess.run(["bash", "-n", suite]).returncode == 0
+    if shutil.which("shellcheck"):
+        assert subprocess.run(["shellcheck", suite], capture_output=True).returncode == 0
+    fake = tmp_path / "python"
+    fake.write_text(
+        '#!/usr/bin/env bash\necho "$*" >>"$FAKE_LOG"\n'
+        'echo "A/B      fake | $(basename "$1")"\n'
+        '[[ "$*" != *"$FAKE_FAIL"* ]]\n'
+    )
+    fake.chmod(0o755)
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    env = {**os.environ, "PYTHON": str(fake), "FAKE_LOG": str(log), "FAKE_FAIL": "--remat"}
+    run = subprocess.run(["bash", suite, str(out)], env=env, capture_output=True, text=True)
+    calls = log.read_text().splitlines()
+    scripts = [os.path.basename(c.split()[0]) for c in calls]
+    assert scripts.count("compare.py") == 2 and scripts.count("inference_speed.py") == 1
+    assert any("--seq_len 512" in c and "--md_out" in c for c in calls)
+    assert any("--ab=--no_fused_vocab_grad" in c for c in calls)
+    assert all("--dtype bfloat16" in c for c in calls)
+    # The failing A/B (--remat) fails the suite and is named, after every other run.
+    assert run.returncode != 0 and len(calls) == 9
+    summary = (out / "summary.md").read_text()
+    assert "Failed: ab_remat" in summary and "### ab_fused_vocab_grad" in summary
