@@ -151,8 +151,8 @@ def lowered_step(shape: common.Shape, opts):
     its memory estimate on this machine's backend.
 
     Nothing is initialised, so it runs for BERT-base on a laptop. The
-    excess over our model FLOPs is recomputation (rematerialised logits chunks,
-    --remat) plus elementwise work (~1%). A scan body counts once, so it is only
+    excess over our model FLOPs is recomputation (--remat; the logits chunks with
+    --no_fused_vocab_grad) plus elementwise work (~1%). A scan body counts once, so it is only
     complete when there is one logits chunk (--logits_chunk_len >= L).
     """
     jitted, student, teacher, optimizer = build_step(shape, opts)
