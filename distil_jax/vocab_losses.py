@@ -53,6 +53,7 @@ class _Settings:
     temperature: float
     chunk_len: int
     dtype: jnp.dtype  # compute dtype of the projections (the models' dtype)
+    grad_dtypes: tuple  # dtypes of the student's features, embedding and bias (and gradients)
 
 
 def _project(features, embedding, bias, dtype):  # [B, Lc, D] -> [B, Lc, V] float32
@@ -113,6 +114,22 @@ def _coefficients(settings: _Settings, weights, labels) -> dict[str, Array]:
     }
 
 
+def _in_compute_dtype(d_logits, dtype):
+    """d_logits [B, Lc, V] float32 as the matmuls' input: (low-precision copy, undo factor).
+
+    float16's smallest normal is 6e-5, and these derivatives are alpha / count times
+    a probability difference (1e-8 .. 1e-3): without a loss scale in front of them,
+    as autodiff would have, most would flush to 0. So the chunk is scaled by a power
+    of two that brings its largest entry into [512, 1024) (exact, no rounding), and
+    the float32 results of the matmuls are scaled back. bfloat16 has float32's range.
+    """
+    if dtype != jnp.float16:
+        return d_logits.astype(dtype), None
+    largest = jnp.maximum(jnp.max(jnp.abs(d_logits)), jnp.finfo(jnp.float32).tiny)
+    factor = jnp.exp2(jnp.floor(jnp.log2(1024.0 / largest)))  # a power of two
+    return (d_logits * factor).astype(dtype), 1.0 / factor
+
+
 def _run(settings: _Settings, s_features, s_embedding, s_bias, t_features, t_embedding, t_bias,
          weights, labels, with_grad: bool):  # fmt: skip
     """The scan over chunks. Returns (total, sums, (d features, dE, d bias) or None)."""
@@ -134,16 +151,19 @@ def _run(settings: _Settings, s_features, s_embedding, s_bias, t_features, t_emb
         if not with_grad:
             return (sums, d_emb, d_bias), None
         d_logits = sum(coefs[k] * grads[k] for k in coefs)  # [B, Lc, V] float32
-        d_low = d_logits.astype(settings.dtype)  # the matmuls run in the compute dtype
+        d_low, undo = _in_compute_dtype(d_logits, settings.dtype)  # matmuls in compute dtype
         d_feat = jnp.einsum(
             "blv,vd->bld",
             d_low,
             s_embedding.astype(settings.dtype),
             preferred_element_type=jnp.float32,
-        ).astype(s_features.dtype)  # [B, Lc, D]
-        d_emb = d_emb + jnp.einsum(
+        )  # [B, Lc, D] float32: cast to the features' dtype after the loss scale, in bwd
+        d_chunk_emb = jnp.einsum(
             "blv,bld->vd", d_low, s_f.astype(settings.dtype), preferred_element_type=jnp.float32
         )  # [V, D]
+        if undo is not None:
+            d_feat, d_chunk_emb = d_feat * undo, d_chunk_emb * undo
+        d_emb = d_emb + d_chunk_emb
         d_bias = d_bias + jnp.sum(d_logits, axis=(0, 1))  # [V]
         return (sums, d_emb, d_bias), d_feat
 
@@ -159,8 +179,7 @@ def _run(settings: _Settings, s_features, s_embedding, s_bias, t_features, t_emb
     if not with_grad:
         return total, sums, None
     d_feat = jnp.moveaxis(d_feat, 0, 1).reshape(s_features.shape)  # [B, L, D]
-    grads = (d_feat, d_emb.astype(s_embedding.dtype), d_bias.astype(s_bias.dtype))
-    return total, sums, grads
+    return total, sums, (d_feat, d_emb, d_bias)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -179,10 +198,12 @@ def _total_fwd(settings, *args):
 def _total_bwd(settings, grads, cotangents):
     # `sums` leave `vocab_losses` through stop_gradient, so their cotangent is 0.
     g_total, _ = cotangents
-    d_feat, d_emb, d_bias = grads
-    scale = lambda x: (g_total * x.astype(jnp.float32)).astype(x.dtype)
+    # float32, scaled (by a float16 loss scale too) before the cast to the inputs' dtypes.
+    d_feat, d_emb, d_bias = (
+        (g_total * g).astype(dtype) for g, dtype in zip(grads, settings.grad_dtypes, strict=True)
+    )
     # The teacher, the weights and the labels get no gradient.
-    return (scale(d_feat), scale(d_emb), scale(d_bias), None, None, None, None, None)
+    return (d_feat, d_emb, d_bias, None, None, None, None, None)
 
 
 _total.defvjp(_total_fwd, _total_bwd)
@@ -220,6 +241,7 @@ def vocab_losses(
         temperature=float(temperature),
         chunk_len=int(chunk_len),
         dtype=jnp.dtype(dtype),
+        grad_dtypes=tuple(jnp.dtype(x.dtype) for x in (s_features, s_embedding, s_bias)),
     )
     t_features, t_embedding, t_bias = jax.lax.stop_gradient((t_features, t_embedding, t_bias))
     total, sums = _total(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from distil_jax import losses
-from distil_jax.vocab_losses import vocab_losses
+from distil_jax.vocab_losses import _in_compute_dtype, vocab_losses
 
 B, L, D, V = 3, 8, 16, 40
 
@@ -108,3 +108,38 @@ def test_rejects_a_call_without_ce_or_mse():
     with pytest.raises(ValueError, match="both alphas are 0"):
         vocab_losses(*student, *teacher, weights, labels, alphas={"mlm": 1.0},
                      temperature=2.0, chunk_len=4)  # fmt: skip
+
+
+def test_float16_gradient_survives_tiny_loss_weights():
+    """Tiny alpha / count in float16: the chunk is scaled into range before the matmuls."""
+    student, teacher, weights, labels = _inputs(3)
+    alphas = {"ce": 1e-4, "mlm": 1e-4}  # derivatives ~1e-8, under float16's smallest normal
+    half = tuple(x.astype(jnp.float16) for x in student)
+
+    def fused(student_args, dtype, loss_scale):
+        terms, carrier = vocab_losses(
+            *student_args, *teacher, weights, labels,
+            alphas=alphas, temperature=2.0, chunk_len=4, dtype=dtype,
+        )  # fmt: skip
+        return loss_scale * (losses.combine(terms, alphas)[0] + carrier)
+
+    want = jax.grad(fused)(student, jnp.float32, 1.0)
+    got = jax.grad(fused)(half, jnp.float16, 2.0**15)  # as DynamicScale would differentiate
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == jnp.float16
+        a = np.asarray(a, np.float32) / 2.0**15
+        np.testing.assert_allclose(a, b, atol=2e-2 * float(jnp.max(jnp.abs(b))))
+        assert np.count_nonzero(a) >= 0.9 * np.count_nonzero(b)  # not flushed to zero
+
+
+def test_float16_copy_of_tiny_derivatives_keeps_them():
+    """Outside jit (so XLA cannot keep excess precision): the copy the matmuls get."""
+    rng = np.random.default_rng(4)
+    d_logits = jnp.asarray(rng.normal(size=(2, 4, 50)) * 1e-8, jnp.float32)  # [B, Lc, V]
+    assert np.count_nonzero(np.asarray(d_logits.astype(jnp.float16))) < d_logits.size // 2
+    low, undo = _in_compute_dtype(d_logits, jnp.float16)
+    assert low.dtype == jnp.float16 and 512 <= float(jnp.max(jnp.abs(low))) < 1024
+    back = np.asarray(low, np.float32) * float(undo)
+    np.testing.assert_allclose(back, d_logits, rtol=1e-3, atol=1e-3 * float(jnp.max(d_logits)))
+    same, none = _in_compute_dtype(d_logits, jnp.bfloat16)  # float32's range: no scaling
+    assert none is None and same.dtype == jnp.bfloat16
