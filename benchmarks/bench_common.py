@@ -133,7 +133,7 @@ def add_option_args(parser: argparse.ArgumentParser) -> None:
         "--attention",
         default="default",
         choices=("default", "xla", "cudnn"),
-        help="[jax] jax.nn.dot_product_attention implementation (default: jax chooses)",
+        help="[jax] jax.nn.dot_product_attention implementation (default: jax's, i.e. XLA's)",
     )
     p("--remat", action="store_true", help="[jax] rematerialise each student layer")
     p("--no_donate", action="store_true", help="[jax] do not donate the train state")

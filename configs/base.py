@@ -112,7 +112,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.dtype = "bfloat16"
     # Recompute each student layer in the backward pass (saves activation memory).
     config.remat = False
-    # jax.nn.dot_product_attention implementation: "" (let JAX pick), "xla", "cudnn".
+    # jax.nn.dot_product_attention implementation: "" (JAX's default, which is XLA's),
+    # "xla", or "cudnn" (fused kernel, Ampere or newer GPUs only).
     config.attention_implementation = ""
 
     # Seed of masking, dropout and random init (reference: 56).
