@@ -67,9 +67,10 @@ def _project(features, embedding, bias, dtype):  # [B, Lc, D] -> [B, Lc, V] floa
 
 
 def _chunk_terms(s_logits, t_logits, weights, labels, settings: _Settings, with_grad: bool):
-    """Loss sums of one chunk and, if asked, d(Σ coef·sum)/d s_logits without the coefs.
+    """Loss sums of one chunk and, if asked, each sum's derivative w.r.t. the student logits.
 
-    Returns ({term: sum}, {term: dlogits [B, Lc, V] float32 or None}).
+    Returns ({term: sum}, {term: d sum / d s_logits, [B, Lc, V] float32}); the second
+    holds the terms with a nonzero alpha, and is empty unless `with_grad`.
     """
     sums, grads = {}, {}
     alphas = dict(settings.alphas)
