@@ -389,6 +389,13 @@ def write_json(path: str | None, results) -> None:
         json.dump(results, f, indent=2)
 
 
+def exit_status(results) -> int:
+    """0 when every timed result is finite. An error result (e.g. an OOM point of a
+    sweep) is a finding, not a failure; a non-finite number is."""
+    timed = [r for r in results if "error" not in r]
+    return 0 if all(all_finite(r) for r in timed) else 1
+
+
 def all_finite(r: dict) -> bool:
     """True when every reported number of a (non-error) result is finite."""
     if "error" in r:

@@ -155,11 +155,6 @@ def compare_isolated(shape: common.Shape, opts) -> tuple[dict, dict]:
     return tuple(results)
 
 
-def _cell(r: dict, key: str, fmt: str) -> str:
-    value = r.get(key)
-    return "n/a" if value is None else format(value, fmt)
-
-
 def markdown_report(output: dict, header: str, command: str) -> str:
     """The run as markdown: machine and command, loss agreement, one row per point."""
     lines = [f"# Ours vs the PyTorch reference\n\n{header}\n\n    {command}\n"]
@@ -186,8 +181,8 @@ def markdown_report(output: dict, header: str, command: str) -> str:
             continue
         mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
         mem = "n/a" if r["peak_mem_bytes"] is None else f"{r['peak_mem_bytes'] / 2**30:.2f}"
-        ratio = f"**{ratios[r['label']]:.2f}x**" if r["impl"] == "torch" else ""
-        ratio = ratio if r["label"] in ratios else ""
+        has_ratio = r["impl"] == "torch" and r["label"] in ratios  # none if ours failed
+        ratio = f"**{ratios[r['label']]:.2f}x**" if has_ratio else ""
         lines.append(
             f"| {r['label']} | {r['impl']} | {1e3 * r['step_time_s']:.1f} "
             f"({1e3 * r['step_time_min_s']:.1f}-{1e3 * r['step_time_max_s']:.1f}) "

@@ -349,8 +349,7 @@ def main(argv=None) -> int:
         results.append(r)
         print(common.report_line(r), flush=True)
     common.write_json(args.json_out, results)
-    timed = [r for r in results if "error" not in r]
-    return 0 if all(common.all_finite(r) for r in timed) else 1
+    return common.exit_status(results)
 
 
 if __name__ == "__main__":

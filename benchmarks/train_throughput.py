@@ -248,12 +248,12 @@ def options_with(opts, extra: str) -> argparse.Namespace:
     """`opts` with the [jax]/[torch] options given in the string `extra` set on top."""
     parser = argparse.ArgumentParser(prog="--ab")
     common.add_option_args(parser)
-    defaults = vars(parser.parse_args([]))
-    given = vars(parser.parse_args(shlex.split(extra)))
-    changed = {k: v for k, v in given.items() if v != defaults[k]}
-    if not changed:
+    # argparse fills in a default only where the namespace lacks the attribute, so
+    # parsing into a copy of `opts` changes exactly the options `extra` names.
+    variant = parser.parse_args(shlex.split(extra), namespace=argparse.Namespace(**vars(opts)))
+    if variant == opts:
         raise SystemExit(f"--ab {extra!r} changes no option: nothing to compare")
-    return argparse.Namespace(**{**vars(opts), **changed})
+    return variant
 
 
 def ab_benchmark(shape: common.Shape, opts) -> tuple[dict, dict]:
@@ -413,9 +413,7 @@ def main(argv=None) -> int:
                 results.append(r)
                 print(inference_speed.report_line(r), flush=True)
     common.write_json(args.json_out, results)
-    # An OOM point of a sweep is a finding, not a failure; a non-finite number is.
-    timed = [r for r in results if "error" not in r]
-    return 0 if all(common.all_finite(r) for r in timed) else 1
+    return common.exit_status(results)
 
 
 if __name__ == "__main__":

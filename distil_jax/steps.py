@@ -127,12 +127,7 @@ def _terms_at_all_positions(
     instead of keeping every chunk's logits alive. `vocab_losses` does the same
     work without the recomputation; this path is kept as its reference.
     """
-    batch, length, dim = s_hidden.shape
-    chunk = math.gcd(length, max(1, cfg.logits_chunk_len))
-    n = length // chunk
-
-    def split(x):  # [B, L, ...] -> [n, B, Lc, ...]: the batch axis keeps its sharding
-        return jnp.moveaxis(x.reshape(batch, n, chunk, *x.shape[2:]), 1, 0)
+    split = lambda x: vocab_losses.split_into_chunks(x, cfg.logits_chunk_len)
 
     @jax.checkpoint
     def body(carry, xs):

@@ -131,16 +131,21 @@ def _in_compute_dtype(d_logits, dtype):
     return (d_logits * factor).astype(dtype), 1.0 / factor
 
 
+def split_into_chunks(x, chunk_len: int):
+    """[B, L, ...] -> [n, B, Lc, ...], Lc = gcd(L, chunk_len): chunks to scan over.
+
+    The batch axis stays whole (and keeps its sharding); gcd makes every chunk full.
+    """
+    batch, length = x.shape[:2]
+    chunk = math.gcd(length, max(1, chunk_len))
+    return jnp.moveaxis(x.reshape(batch, length // chunk, chunk, *x.shape[2:]), 1, 0)
+
+
 def _run(settings: _Settings, s_features, s_embedding, s_bias, t_features, t_embedding, t_bias,
          weights, labels, with_grad: bool):  # fmt: skip
     """The scan over chunks. Returns (total, sums, (d features, dE, d bias) or None)."""
-    batch, length, dim = s_features.shape
-    chunk = math.gcd(length, max(1, settings.chunk_len))
-    n = length // chunk
     coefs = _coefficients(settings, weights, labels)
-
-    def split(x):  # [B, L, ...] -> [n, B, Lc, ...]: the batch axis keeps its sharding
-        return jnp.moveaxis(x.reshape(batch, n, chunk, *x.shape[2:]), 1, 0)
+    split = lambda x: split_into_chunks(x, settings.chunk_len)
 
     def body(carry, xs):
         sums, d_emb, d_bias = carry
@@ -171,7 +176,8 @@ def _run(settings: _Settings, s_features, s_embedding, s_bias, t_features, t_emb
     zero = jnp.zeros((), jnp.float32)
     init_sums = {name: zero for name, _ in settings.alphas}
     if with_grad:
-        init = (init_sums, jnp.zeros(s_embedding.shape, jnp.float32), jnp.zeros(s_bias.shape))
+        d_emb, d_bias = (jnp.zeros(x.shape, jnp.float32) for x in (s_embedding, s_bias))
+        init = (init_sums, d_emb, d_bias)
     else:
         init = (init_sums, zero, zero)
     xs = (split(s_features), split(t_features), split(weights), split(labels))

@@ -132,6 +132,24 @@ def test_ab_times_one_change_against_the_step_without(tmp_path, capsys):
         train_throughput.main([*TINY, "--ab=--logits_chunk_len=128"])
 
 
+def test_ab_option_applies_on_top_of_the_given_options():
+    opts = train_throughput.parse_args(["--attention=xla", "--remat"])
+    variant = train_throughput.options_with(opts, "--attention default")
+    assert (variant.attention, variant.remat) == ("default", True)  # back to a default counts
+    assert (opts.attention, opts.remat) == ("xla", True)  # A untouched
+    with pytest.raises(SystemExit, match="changes no option"):
+        train_throughput.options_with(opts, "--remat")
+
+
+def test_markdown_report_of_a_failed_point_names_the_error():
+    ok = {"label": "P", "impl": "torch", "step_time_s": 0.1, "step_time_min_s": 0.1,
+          "step_time_max_s": 0.1, "seqs_per_s": 1.0, "tokens_per_s": 16.0, "tflops_per_s": 0.0,
+          "mfu": None, "peak_mem_bytes": None}  # fmt: skip
+    output = {"results": [{"label": "P", "impl": "jax", "error": "OOM"}, ok], "ratios": []}
+    table = compare.markdown_report(output, "machine", "python benchmarks/compare.py")
+    assert "| P | jax | OOM |" in table and "**" not in table
+
+
 @pytest.mark.parametrize("restrict", [False, True])
 def test_losses_agree_on_same_weights_and_batch(restrict):
     opts = compare.parse_args(["--restrict_ce_to_mask"] if restrict else [])
